@@ -1,0 +1,1 @@
+"""Query modifications: the PIRE attack and the SIFT keypoint attacks."""
