@@ -1,0 +1,1 @@
+"""Local features for retrieval: SIFT, visual codebook, Hamming Embedding and the inverted file."""
