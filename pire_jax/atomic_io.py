@@ -13,6 +13,12 @@ import tempfile
 from typing import Any, Iterator
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_output_path(path: str | os.PathLike) -> Iterator[str]:
     """Yield a temporary path that replaces `path` when the block exits cleanly.
@@ -32,6 +38,9 @@ def atomic_output_path(path: str | os.PathLike) -> Iterator[str]:
     os.close(handle)
     try:
         yield temporary_path
+        # mkstemp creates the file readable by its owner only; give it the permissions
+        # a plain open() would have given.
+        os.chmod(temporary_path, 0o666 & ~_current_umask())
         os.replace(temporary_path, path)
     finally:
         if os.path.exists(temporary_path):

@@ -117,3 +117,12 @@ def test_rgb_to_grey_weights():
 def test_quantize_to_uint8_clips_and_rounds():
     values = np.array([-3.0, 0.4, 0.6, 254.5, 300.0])
     np.testing.assert_array_equal(images.quantize_to_uint8(values), [0, 0, 1, 254, 255])
+
+
+def test_save_uses_umask_permissions(tmp_path):
+    previous = os.umask(0o022)
+    try:
+        images.save_image(tmp_path / "x.png", _gradient())
+    finally:
+        os.umask(previous)
+    assert os.stat(tmp_path / "x.png").st_mode & 0o777 == 0o644

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from pire_jax.attacks import pire_outputs
-from pire_jax.attacks.pire import pire_attack
+from pire_jax.attacks.pire import pire_attack, to_normalised_units
 from pire_jax.attacks.pire_config import PireConfig, paper_config, tuned_config
 from pire_jax.models import CAFFE_BGR, IMAGENET_RGB, RetrievalNetwork
 from pire_jax.models.retrieval_network import NetworkSpec
@@ -77,8 +77,8 @@ def test_objective_grows_over_steps(batched_result):
 PAPER_SHORT = paper_config(steps=4, save_steps=(2, 4))
 
 
-def _in_network_units(perturbations):
-    return np.asarray(IMAGENET_RGB.perturbation_to_network(jnp.asarray(perturbations)))
+def _in_normalised_units(perturbations):
+    return np.asarray(to_normalised_units(jnp.asarray(perturbations)))
 
 
 def test_batched_equals_one_by_one(network, queries):
@@ -90,7 +90,7 @@ def test_batched_equals_one_by_one(network, queries):
     for index in range(3):
         alone = pire_attack(network.apply, network.input_convention, network.params, queries[index : index + 1], keys[index : index + 1], PAPER_SHORT)
         np.testing.assert_allclose(
-            _in_network_units(alone.perturbations[:, 0]), _in_network_units(batched.perturbations[:, index]), atol=1e-5
+            _in_normalised_units(alone.perturbations[:, 0]), _in_normalised_units(batched.perturbations[:, index]), atol=1e-5
         )
 
 
@@ -115,7 +115,7 @@ def test_other_key_differs(network, queries, batched_result):
 def test_fori_loop_matches_python_loop(network, queries):
     python_loop = pire_attack(network.apply, network.input_convention, network.params, queries, _keys(3), PAPER_SHORT)
     in_jit = pire_attack(network.apply, network.input_convention, network.params, queries, _keys(3), dataclasses.replace(PAPER_SHORT, loop="fori"))
-    np.testing.assert_allclose(_in_network_units(in_jit.perturbations), _in_network_units(python_loop.perturbations), atol=1e-5)
+    np.testing.assert_allclose(_in_normalised_units(in_jit.perturbations), _in_normalised_units(python_loop.perturbations), atol=1e-5)
 
 
 def test_paper_preset_in_normalised_units():

@@ -11,11 +11,14 @@ ball. The clean descriptor f(x) is computed once under `stop_gradient`, and grad
 are taken with respect to v only, so no weight gradients and no second graph through
 the clean image are ever built (the released PyTorch code does both).
 
-Images and budgets enter in grey levels; the attack itself runs in the network's
-input units, converted once through the network's `InputConvention`. A batch of
-equal-shape queries is attacked at once: every per-query quantity (v, Adam state,
-clean descriptor, bounds) is vmapped, so each query follows exactly the trajectory it
-would follow alone.
+Images and budgets enter in grey levels. The attack optimises v in ImageNet-normalised
+RGB units (grey levels / (255 * std_c)), the units of the released code, whatever the
+network: Adam's eps then means the same for every network, so a preset behaves alike
+on a Caffe-style VGG16 and a torchvision ResNet. The network sees
+`convention.to_network_input(x + v)`, its input convention being the only place where
+grey levels become network input. A batch of equal-shape queries is attacked at once:
+every per-query quantity (v, Adam state, clean descriptor, bounds) is vmapped, so each
+query follows the trajectory it would follow alone, up to float rounding.
 
 References:
   Z. Liu, Z. Zhao, M. Larson, "Who's Afraid of Adversarial Queries? The Impact of
@@ -32,7 +35,10 @@ import jax.numpy as jnp
 import optax
 
 from pire_jax.attacks.pire_config import PireConfig
-from pire_jax.models.input_convention import InputConvention
+from pire_jax.models.input_convention import IMAGENET_STD_RGB, InputConvention
+
+# Grey levels per unit of the optimisation variable, per RGB channel: 255 * ImageNet std.
+GREY_LEVELS_PER_UNIT = tuple(255.0 * std for std in IMAGENET_STD_RGB)
 
 # (params, network input (N, H, W, 3)) -> descriptors (N, D).
 ApplyFn = Callable[[Any, jnp.ndarray], jnp.ndarray]
@@ -54,11 +60,11 @@ class PireResult(NamedTuple):
 
 
 class _State(NamedTuple):
-    """Per-batch attack state, all in network units except `clean_images`."""
+    """Per-batch attack state; v and its bounds in normalised units, images in grey levels."""
 
     perturbation: jnp.ndarray  # (B, H, W, 3)
     optimizer_state: Any
-    clean_input: jnp.ndarray  # (B, H, W, 3)
+    clean_images: jnp.ndarray  # (B, H, W, 3) grey levels
     clean_descriptor: jnp.ndarray  # (B, D)
     lower: jnp.ndarray  # (B, H, W, 3) lowest allowed v
     upper: jnp.ndarray  # (B, H, W, 3) highest allowed v
@@ -71,51 +77,62 @@ def resolve_loop(config: PireConfig) -> str:
     return "python" if jax.default_backend() == "cpu" else "fori"
 
 
-def _optimizer(config: PireConfig, convention: InputConvention) -> optax.GradientTransformation:
+def to_normalised_units(grey_levels: jnp.ndarray) -> jnp.ndarray:
+    """Convert RGB grey levels (..., 3) to the normalised units PIRE optimises in."""
+    return jnp.asarray(grey_levels, jnp.float32) / jnp.asarray(GREY_LEVELS_PER_UNIT, jnp.float32)
+
+
+def to_grey_levels(normalised: jnp.ndarray) -> jnp.ndarray:
+    """Convert normalised units (..., 3) back to RGB grey levels."""
+    return jnp.asarray(normalised, jnp.float32) * jnp.asarray(GREY_LEVELS_PER_UNIT, jnp.float32)
+
+
+def _optimizer(config: PireConfig) -> optax.GradientTransformation:
     # Adam with a per-channel step size: optax scales the Adam direction by the
     # learning rate, which broadcasts over the last (channel) axis.
-    learning_rate = jnp.abs(convention.perturbation_to_network(jnp.asarray(config.learning_rate, jnp.float32)))
+    learning_rate = to_normalised_units(jnp.asarray(config.learning_rate))
     return optax.adam(learning_rate=learning_rate, b1=config.adam_b1, b2=config.adam_b2, eps=config.adam_eps)
 
 
-def _descriptor(apply_fn: ApplyFn, params: Any, network_input: jnp.ndarray) -> jnp.ndarray:
-    """Descriptor of one image (H, W, 3) in network units, shape (D,)."""
-    return apply_fn(params, network_input[None])[0]
+def _descriptor(apply_fn: ApplyFn, convention: InputConvention, params: Any, image: jnp.ndarray) -> jnp.ndarray:
+    """Descriptor (D,) of one RGB image (H, W, 3) in grey levels."""
+    return apply_fn(params, convention.to_network_input(image)[None])[0]
 
 
-def _objective(apply_fn: ApplyFn, params: Any, perturbation, clean_input, clean_descriptor) -> jnp.ndarray:
-    moved = _descriptor(apply_fn, params, clean_input + perturbation) - clean_descriptor
+def _objective(apply_fn, convention, params, perturbation, clean_image, clean_descriptor) -> jnp.ndarray:
+    perturbed = clean_image + to_grey_levels(perturbation)
+    moved = _descriptor(apply_fn, convention, params, perturbed) - clean_descriptor
     return jnp.sum(moved**2)
 
 
 def _init_state(apply_fn, convention, config, params, images, keys) -> _State:
-    clean_input = convention.to_network_input(images)
-    clean_descriptor = jax.lax.stop_gradient(jax.vmap(functools.partial(_descriptor, apply_fn, params))(clean_input))
+    clean_images = jnp.asarray(images, jnp.float32)
+    describe = functools.partial(_descriptor, apply_fn, convention, params)
+    clean_descriptor = jax.lax.stop_gradient(jax.vmap(describe)(clean_images))
 
-    # The L-infinity ball in network units, optionally intersected with 0..255.
-    eps = jnp.abs(convention.perturbation_to_network(jnp.asarray(config.eps, jnp.float32)))
-    lower = jnp.broadcast_to(-eps, clean_input.shape)
-    upper = jnp.broadcast_to(eps, clean_input.shape)
+    # The L-infinity ball, optionally intersected with 0..255 for x + v.
+    eps = to_normalised_units(jnp.asarray(config.eps))
+    lower = jnp.broadcast_to(-eps, clean_images.shape)
+    upper = jnp.broadcast_to(eps, clean_images.shape)
     if config.clip_to_valid_range:
-        grey_levels = jnp.asarray(images, jnp.float32)
-        lower = jnp.maximum(lower, convention.perturbation_to_network(-grey_levels))
-        upper = jnp.minimum(upper, convention.perturbation_to_network(255.0 - grey_levels))
+        lower = jnp.maximum(lower, to_normalised_units(-clean_images))
+        upper = jnp.minimum(upper, to_normalised_units(255.0 - clean_images))
 
     # v0 uniform in [-eps, eps] (per channel), as in the released code.
     def initial_perturbation(key, low, high):
         return jax.random.uniform(key, low.shape, jnp.float32, minval=-eps, maxval=eps).clip(low, high)
 
     perturbation = jax.vmap(initial_perturbation)(keys, lower, upper)
-    optimizer_state = jax.vmap(_optimizer(config, convention).init)(perturbation)
-    return _State(perturbation, optimizer_state, clean_input, clean_descriptor, lower, upper)
+    optimizer_state = jax.vmap(_optimizer(config).init)(perturbation)
+    return _State(perturbation, optimizer_state, clean_images, clean_descriptor, lower, upper)
 
 
 def _step(apply_fn, convention, config, params, state: _State) -> tuple[_State, jnp.ndarray]:
-    optimizer = _optimizer(config, convention)
+    optimizer = _optimizer(config)
 
-    def one_query(perturbation, optimizer_state, clean_input, clean_descriptor, lower, upper):
-        objective, gradient = jax.value_and_grad(functools.partial(_objective, apply_fn, params))(
-            perturbation, clean_input, clean_descriptor
+    def one_query(perturbation, optimizer_state, clean_image, clean_descriptor, lower, upper):
+        objective, gradient = jax.value_and_grad(functools.partial(_objective, apply_fn, convention, params))(
+            perturbation, clean_image, clean_descriptor
         )
         # optax minimises, and PIRE maximises the objective.
         updates, optimizer_state = optimizer.update(-gradient, optimizer_state, perturbation)
@@ -123,16 +140,16 @@ def _step(apply_fn, convention, config, params, state: _State) -> tuple[_State, 
         return perturbation, optimizer_state, objective
 
     perturbation, optimizer_state, objectives = jax.vmap(one_query)(
-        state.perturbation, state.optimizer_state, state.clean_input, state.clean_descriptor, state.lower, state.upper
+        state.perturbation, state.optimizer_state, state.clean_images, state.clean_descriptor, state.lower, state.upper
     )
     return state._replace(perturbation=perturbation, optimizer_state=optimizer_state), objectives
 
 
 def _snapshot(apply_fn, convention, params, state: _State) -> tuple[jnp.ndarray, jnp.ndarray]:
-    objectives = jax.vmap(functools.partial(_objective, apply_fn, params))(
-        state.perturbation, state.clean_input, state.clean_descriptor
+    objectives = jax.vmap(functools.partial(_objective, apply_fn, convention, params))(
+        state.perturbation, state.clean_images, state.clean_descriptor
     )
-    return convention.perturbation_to_grey_levels(state.perturbation), objectives
+    return to_grey_levels(state.perturbation), objectives
 
 
 _STATIC = ("apply_fn", "convention", "config")

@@ -1,8 +1,8 @@
 """Settings of the PIRE attack and its named presets.
 
 Budgets and step sizes are in grey levels of the RGB image (0..255 scale), per channel.
-`pire.py` converts them to the network's input units through the network's
-`InputConvention`, the single place where units change.
+`pire.py` optimises in ImageNet-normalised units (grey levels / (255 * std_c)), the
+released code's units, and feeds the network through its `InputConvention`.
 """
 
 import dataclasses
