@@ -101,3 +101,32 @@ def test_landmarks48_layout(data_root):
     assert len(dataset.image_names) == 71
     assert len(dataset.query_names) == 18
     assert dataset.load_database_image(0).dtype == np.uint8
+
+
+def test_group_queries_every_member(tmp_path):
+    import json
+
+    from pire_jax.datasets.group_queries import ground_truth_from_groups
+
+    dataset = load_dataset(_make_dataset(tmp_path), "tiny")
+    groups_path = tmp_path / "groups.json"
+    groups_path.write_text(json.dumps({"first": ["a", "c"], "second": ["b"]}))
+    ground_truth = ground_truth_from_groups(dataset.ground_truth, str(groups_path))
+    assert ground_truth.query_names == ("a", "c", "b")
+    np.testing.assert_array_equal(ground_truth.queries[0]["ok"], [2])
+    np.testing.assert_array_equal(ground_truth.queries[0]["junk"], [0])
+    assert ground_truth.queries[2]["ok"].size == 0
+    assert ground_truth.queries[1]["bbx"] is None
+
+
+def test_group_queries_unknown_image(tmp_path):
+    import json
+
+    from pire_jax.datasets import GroundTruthError
+    from pire_jax.datasets.group_queries import ground_truth_from_groups
+
+    dataset = load_dataset(_make_dataset(tmp_path), "tiny")
+    groups_path = tmp_path / "groups.json"
+    groups_path.write_text(json.dumps({"first": ["a", "zebra"]}))
+    with pytest.raises(GroundTruthError, match="zebra"):
+        ground_truth_from_groups(dataset.ground_truth, str(groups_path))

@@ -1,0 +1,1 @@
+"""Experiment pipelines: prepare queries, attack them, evaluate retrieval before and after, report."""
