@@ -57,7 +57,7 @@ flags.DEFINE_string("modification_config", None,
                     "JSON object of settings for a keypoint attack or the Gaussian baseline, e.g. "
                     "'{\"target_ssim\": 0.69}'; unset uses the defaults.")
 flags.DEFINE_list("systems", ["neural"], "Retrieval systems that evaluate the queries: neural, sift_he, bow, cedd, gist.")
-flags.DEFINE_integer("examples", 4, "Number of queries shown in examples.png.")
+flags.DEFINE_integer("examples", 4, "Number of queries shown in examples.png; 0 skips the figure.", lower_bound=0)
 flags.DEFINE_string("output_dir", None, "Run folder; default runs/<dataset>_<attack>.")
 
 FLAGS = flags.FLAGS
@@ -170,14 +170,15 @@ def main(argv):
     atomic_io.write_text_atomic(os.path.join(output_dir, "results.md"), reports.markdown_table(results))
 
     shown = finished[: FLAGS.examples]
-    reports.write_examples_grid(
-        os.path.join(output_dir, "examples.png"),
-        [query.image for query in shown],
-        [images.load_image(store.image_path(query.name, store.final_step)) for query in shown],
-        [query.name for query in shown],
-        results["ap_original_per_query"][: len(shown)],
-        results["ap_adversarial_per_query"][: len(shown)],
-    )
+    if shown:
+        reports.write_examples_grid(
+            os.path.join(output_dir, "examples.png"),
+            [query.image for query in shown],
+            [images.load_image(store.image_path(query.name, store.final_step)) for query in shown],
+            [query.name for query in shown],
+            results["ap_original_per_query"][: len(shown)],
+            results["ap_adversarial_per_query"][: len(shown)],
+        )
     logging.info("%s on %s: mAP %.2f%% -> %.2f%% (%s), SSIM %.3f. Results in %s.", FLAGS.attack, dataset.name,
                  results["map_original"], results["map_adversarial"], first_system, results["ssim_mean"], output_dir)
     print(reports.markdown_table(results))

@@ -15,9 +15,10 @@ import time
 from absl import app, flags, logging
 
 from experiments import common_flags
-from pire_jax import atomic_io
+from pire_jax import atomic_io, images
 from pire_jax.datasets import group_queries
 from pire_jax.evaluation import evaluate_ranks
+from pire_jax.pipeline import evaluate_queries
 from pire_jax.retrieval import available_systems, feature_cache, make_system
 
 flags.DEFINE_string("system", "neural", "Retrieval system: neural, sift_he, bow, cedd or gist.")
@@ -38,6 +39,9 @@ def _markdown(results: dict) -> str:
         f"{results['n_queries']} queries, {results['n_database']} database images, {results['protocol']} protocol.",
         "",
     ]
+    if results["failed_queries"]:
+        lines += ["Queries left out because their image could not be read: "
+                  + ", ".join(failure["query"] for failure in results["failed_queries"]), ""]
     if results["protocol"] == "revisited":
         lines += ["| Easy | Medium | Hard |", "|---|---|---|"]
         lines.append(f"| {results['easy']['map']:.2f} | {results['medium']['map']:.2f} | {results['hard']['map']:.2f} |")
@@ -71,14 +75,24 @@ def main(argv):
     database_seconds = time.perf_counter() - start
 
     start = time.perf_counter()
-    queries = []
-    for index in range(len(dataset.query_names)):
+    queries, evaluated, failures = [], [], []
+    for index, name in enumerate(dataset.query_names):
+        try:
+            image = dataset.load_query(index, "wi")
+        except (FileNotFoundError, images.ImageReadError) as error:
+            logging.error("Skipping query %s: %s", name, error)
+            failures.append({"query": name, "error": str(error)})
+            continue
         box = dataset.query_box(index) if FLAGS.query_mode == "bb" else None
-        queries.append(system.describe_query(dataset.load_query(index, "wi"), box))
+        queries.append(system.describe_query(image, box))
+        evaluated.append(index)
+    if not queries:
+        raise RuntimeError(f"No query of {dataset.name} could be read; see the errors above.")
+    ground_truth = evaluate_queries.subset_ground_truth(dataset.ground_truth, evaluated)
     ranks = system.rank(queries, database)
     query_seconds = time.perf_counter() - start
 
-    results = evaluate_ranks(ranks, dataset.ground_truth)
+    results = evaluate_ranks(ranks, ground_truth)
     results.update(
         {
             "settings": {
@@ -90,9 +104,10 @@ def main(argv):
             },
             "system_settings": system.settings(),
             "protocol": dataset.protocol,
-            "n_queries": len(dataset.query_names),
+            "n_queries": len(ground_truth.query_names),
+            "failed_queries": failures,
             "n_database": len(dataset.image_names),
-            "query_names": list(dataset.query_names),
+            "query_names": list(ground_truth.query_names),
             "seconds_database": round(database_seconds, 3),
             "seconds_queries": round(query_seconds, 3),
             "flags": FLAGS.flags_into_string().splitlines(),

@@ -8,6 +8,7 @@ complete new one.
 
 import contextlib
 import json
+import math
 import os
 import tempfile
 from typing import Any, Iterator
@@ -61,9 +62,24 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     write_bytes_atomic(path, text.encode("utf-8"))
 
 
+def _finite_or_none(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite_or_none(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_none(item) for item in value]
+    return value
+
+
 def write_json_atomic(path: str | os.PathLike, value: Any) -> None:
-    """Write `value` as indented JSON to `path` atomically."""
-    write_text_atomic(path, json.dumps(value, indent=2, sort_keys=False) + "\n")
+    """Write `value` as indented JSON to `path` atomically.
+
+    NaN and infinite floats become null, because JSON has no literal for them and
+    strict parsers reject Python's `NaN`.
+    """
+    text = json.dumps(_finite_or_none(value), indent=2, sort_keys=False, allow_nan=False)
+    write_text_atomic(path, text + "\n")
 
 
 def is_temporary_file(name: str) -> bool:

@@ -93,10 +93,20 @@ class AdversarialStore:
             with open(path, encoding="utf-8") as stream:
                 previous = json.load(stream)
             if previous != canonical:
-                changed = sorted(key for key in set(previous) | set(canonical) if previous.get(key) != canonical.get(key))
+                changed = sorted(_changed_paths(previous, canonical))
                 raise RunConfigMismatchError(
                     f"{self.output_dir} holds a run with other settings (changed: {changed}). "
                     "Use a new --output_dir, or rerun with the earlier settings to resume it."
                 )
             return
         atomic_io.write_json_atomic(path, canonical)
+
+
+def _changed_paths(previous: Any, current: Any, prefix: str = "") -> list[str]:
+    """List the dotted paths of the settings that differ between two JSON values."""
+    if isinstance(previous, dict) and isinstance(current, dict):
+        paths = []
+        for key in set(previous) | set(current):
+            paths += _changed_paths(previous.get(key), current.get(key), f"{prefix}{key}.")
+        return paths
+    return [] if previous == current else [prefix.rstrip(".")]
