@@ -188,7 +188,10 @@ def extract_descriptors(
         return np.zeros((0, output_dim), np.float32)
 
     scales = tuple(float(scale) for scale in config.scales)
-    logging.info(
+    # Queries are often described one at a time; logging each would drown the run's log.
+    level = logging.INFO if len(images) > 1 else logging.DEBUG
+    logging.log(
+        level,
         "Extracting %s descriptors of %d images (image_size=%s, scales=%s, learned whitening=%s).",
         network.arch,
         len(images),
@@ -207,7 +210,7 @@ def extract_descriptors(
         previous = done
         done += len(entries)
         if done // LOG_EVERY_IMAGES > previous // LOG_EVERY_IMAGES or done == len(images):
-            logging.info("Described %d/%d images in %.1f s.", done, len(images), time.monotonic() - started)
+            logging.log(level, "Described %d/%d images in %.1f s.", done, len(images), time.monotonic() - started)
 
     stacked = np.stack(descriptors).astype(np.float32)
     if whitening is not None:
