@@ -184,3 +184,11 @@ def test_minimal_output_survives_rounding():
 def test_outputs_reject_unknown_rule(queries):
     with pytest.raises(ValueError, match="output rule"):
         pire_outputs.adversarial_image(queries[0], np.zeros(queries[0].shape), "times100")
+
+
+def test_initial_perturbations_replace_random_start(network, queries):
+    start = np.full(queries[:1].shape, 1.0, np.float32)
+    config = PireConfig(steps=1, learning_rate=(1e-6, 1e-6, 1e-6), save_steps=(1,))
+    result = pire_attack(network.apply, network.input_convention, network.params, queries[:1], _keys(1), config,
+                         initial_perturbations=start)
+    np.testing.assert_allclose(np.asarray(result.perturbations)[0, 0], start[0], atol=1e-4)

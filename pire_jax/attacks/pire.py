@@ -105,7 +105,7 @@ def _objective(apply_fn, convention, params, perturbation, clean_image, clean_de
     return jnp.sum(moved**2)
 
 
-def _init_state(apply_fn, convention, config, params, images, keys) -> _State:
+def _init_state(apply_fn, convention, config, params, images, keys, initial_perturbations) -> _State:
     clean_images = jnp.asarray(images, jnp.float32)
     describe = functools.partial(_descriptor, apply_fn, convention, params)
     clean_descriptor = jax.lax.stop_gradient(jax.vmap(describe)(clean_images))
@@ -122,7 +122,10 @@ def _init_state(apply_fn, convention, config, params, images, keys) -> _State:
     def initial_perturbation(key, low, high):
         return jax.random.uniform(key, low.shape, jnp.float32, minval=-eps, maxval=eps).clip(low, high)
 
-    perturbation = jax.vmap(initial_perturbation)(keys, lower, upper)
+    if initial_perturbations is None:
+        perturbation = jax.vmap(initial_perturbation)(keys, lower, upper)
+    else:
+        perturbation = to_normalised_units(initial_perturbations).clip(lower, upper)
     optimizer_state = jax.vmap(_optimizer(config).init)(perturbation)
     return _State(perturbation, optimizer_state, clean_images, clean_descriptor, lower, upper)
 
@@ -156,8 +159,8 @@ _STATIC = ("apply_fn", "convention", "config")
 
 
 @functools.partial(jax.jit, static_argnames=_STATIC)
-def _init_jit(params, images, keys, *, apply_fn, convention, config):
-    return _init_state(apply_fn, convention, config, params, images, keys)
+def _init_jit(params, images, keys, initial_perturbations, *, apply_fn, convention, config):
+    return _init_state(apply_fn, convention, config, params, images, keys, initial_perturbations)
 
 
 @functools.partial(jax.jit, static_argnames=_STATIC, donate_argnames=("state",))
@@ -172,9 +175,9 @@ def _snapshot_jit(params, state, *, apply_fn, convention, config):
 
 
 @functools.partial(jax.jit, static_argnames=_STATIC)
-def _attack_in_one_jit(params, images, keys, *, apply_fn, convention, config):
+def _attack_in_one_jit(params, images, keys, initial_perturbations, *, apply_fn, convention, config):
     """The whole attack inside one compiled program, with the loop as fori_loop or scan."""
-    state = _init_state(apply_fn, convention, config, params, images, keys)
+    state = _init_state(apply_fn, convention, config, params, images, keys, initial_perturbations)
 
     def body(_, current):
         return _step(apply_fn, convention, config, params, current)[0]
@@ -201,6 +204,7 @@ def pire_attack(
     keys: jnp.ndarray,
     config: PireConfig,
     progress: ProgressFn | None = None,
+    initial_perturbations: jnp.ndarray | None = None,
 ) -> PireResult:
     """Attack a batch of equal-shape queries with PIRE.
 
@@ -219,6 +223,9 @@ def pire_attack(
       config: attack settings; budgets and step sizes in grey levels.
       progress: called as progress(step, objectives (B,)) after each step when the
         loop runs from Python; ignored by the in-jit loops.
+      initial_perturbations: optional v0 (B, H, W, 3) in grey levels, projected into
+        the budget, in place of the uniform draw from `keys` (for comparisons with
+        other implementations started from the same v0).
 
     Returns:
       A `PireResult` with the perturbations in grey levels at each of
@@ -228,14 +235,19 @@ def pire_attack(
     chex.assert_axis_dimension(images, -1, 3)
     if keys.shape[0] != images.shape[0]:
         raise ValueError(f"Invalid keys: {keys.shape[0]} keys for {images.shape[0]} images; pass one key per image.")
+    if initial_perturbations is not None:
+        chex.assert_shape(initial_perturbations, images.shape)
     static = dict(apply_fn=apply_fn, convention=convention, config=config)
 
     if resolve_loop(config) in ("fori", "scan"):
         if config.loop == "auto":
             static["config"] = dataclasses.replace(config, loop="fori")
-        return _attack_in_one_jit(params, images, keys, **static)
+        return _attack_in_one_jit(params, images, keys, initial_perturbations, **static)
 
-    state = _init_jit(params, images, keys, **static)
+    # The Python loop's programs do not depend on the number of steps, so they get a
+    # config without it and compile once whatever T is.
+    static["config"] = dataclasses.replace(config, steps=1, save_steps=(1,), loop="python")
+    state = _init_jit(params, images, keys, initial_perturbations, **static)
     snapshots, objectives = [], []
     for step in range(1, config.steps + 1):
         state, step_objectives = _step_jit(params, state, **static)

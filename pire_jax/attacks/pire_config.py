@@ -41,7 +41,7 @@ class PireConfig:
       loop: "python" runs a jitted step from Python, "fori" runs all steps in one
         jitted `lax.fori_loop`, "scan" in a `lax.scan` with `scan_unroll` steps per
         iteration; "auto" picks "python" on CPU and "fori" elsewhere (a rolled loop
-        measured about 3x slower per step on XLA:CPU, see benchmarks/).
+        measured about 3x slower per step on XLA:CPU, see benchmarks/RESULTS_pire.md).
       scan_unroll: unroll factor of the "scan" loop.
     """
 
@@ -100,7 +100,7 @@ def paper_config(steps: int = PAPER_STEPS, save_steps: Sequence[int] | None = No
 
 
 # NOTE: the tuned step size comes from the iterations-to-effect sweep on landmarks48 at
-# 256 px with VGG16-GeM (benchmarks/RESULTS.md); other networks and sizes may prefer another.
+# 256 px with VGG16-GeM (benchmarks/RESULTS_pire.md); other networks and sizes may prefer another.
 TUNED_LEARNING_RATE_FRACTION_OF_EPS = 0.1
 TUNED_STEPS = 50
 
