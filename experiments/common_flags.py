@@ -62,7 +62,7 @@ def open_dataset() -> datasets.RetrievalDataset:
 
 
 def data_root_for_training() -> str | None:
-    """The data root the codebook training dataset is looked up in (unless --codebook_training_root is set)."""
+    """Return the data root that holds the codebook training dataset, unless --codebook_training_root is set."""
     return FLAGS.data_root or os.environ.get(datasets.DATA_ROOT_ENV)
 
 

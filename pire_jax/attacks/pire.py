@@ -8,14 +8,14 @@ moves from the clean one,
 
 with Adam steps on v, each followed by a projection (clip) of v into the L-infinity
 ball. The clean descriptor f(x) is computed once under `stop_gradient`, and gradients
-are taken with respect to v only, so no weight gradients and no second graph through
-the clean image are ever built (the released PyTorch code does both).
+are taken with respect to v only. The released PyTorch code instead keeps the clean
+image's graph and runs back through it at every step.
 
 Images and budgets enter in grey levels. The attack optimises v in ImageNet-normalised
 RGB units (grey levels / (255 * std_c)), the units of the released code, whatever the
 network: Adam's eps then means the same for every network, so a preset behaves alike
-on a Caffe-style VGG16 and a torchvision ResNet. The network sees
-`convention.to_network_input(x + v)`, its input convention being the only place where
+on a Caffe-style VGG16 and a torchvision ResNet. The network's input is
+`convention.to_network_input(x + v)`: its input convention is the only place where
 grey levels become network input. A batch of equal-shape queries is attacked at once:
 every per-query quantity (v, Adam state, clean descriptor, bounds) is vmapped, so each
 query follows the trajectory it would follow alone, up to float rounding.
@@ -176,7 +176,7 @@ def _snapshot_jit(params, state, *, apply_fn, convention, config):
 
 @functools.partial(jax.jit, static_argnames=_STATIC)
 def _attack_in_one_jit(params, images, keys, initial_perturbations, *, apply_fn, convention, config):
-    """The whole attack inside one compiled program, with the loop as fori_loop or scan."""
+    """Run the whole attack in one compiled program, with the loop as fori_loop or scan."""
     state = _init_state(apply_fn, convention, config, params, images, keys, initial_perturbations)
 
     def body(_, current):

@@ -39,9 +39,9 @@ class PireConfig:
       clip_to_valid_range: also project x + v into 0..255 after every step. The
         released code never does (its x + v can leave the valid range).
       loop: "python" runs a jitted step from Python, "fori" runs all steps in one
-        jitted `lax.fori_loop`, "scan" in a `lax.scan` with `scan_unroll` steps per
-        iteration; "auto" picks "python" on CPU and "fori" elsewhere (a rolled loop
-        measured about 3x slower per step on XLA:CPU, see benchmarks/RESULTS_pire.md).
+        jitted `lax.fori_loop`, and "scan" in a `lax.scan` with `scan_unroll` steps
+        per iteration. "auto" picks "python" on CPU and "fori" elsewhere, because a
+        rolled loop ran slower per step on XLA:CPU (benchmarks/RESULTS_pire.md).
       scan_unroll: unroll factor of the "scan" loop.
     """
 

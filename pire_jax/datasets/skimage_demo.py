@@ -1,9 +1,9 @@
 """A small retrieval benchmark built from the photos that ship inside scikit-image.
 
 It lets the main job run on a fresh machine with nothing but the package registries.
-Six photographed objects each get three views; the first view of each is a query,
-the other two are its positives, and it is junk for itself (it is also in the
-database, as in `landmarks48`). Eight further scikit-image photos are distractors.
+Six photographed objects each get three views. The first view of each is a query and
+the other two are its positives. The query is also in the database, as in
+`landmarks48`, so it is junk for itself. Eight further scikit-image photos are distractors.
 Only the motorcycle has two real viewpoints (the stereo pair); the other views are
 crops, small rotations and exposure changes of one photo, so the benchmark is easy
 and meant for smoke runs, not for numbers to publish.

@@ -25,7 +25,7 @@ EXTENSIONS = {"png": ".png", "jpeg": ".jpg"}
 
 
 class RunConfigMismatchError(ValueError):
-    """The output folder holds a run with different settings."""
+    """The output folder contains a run with different settings."""
 
 
 class AdversarialStore:
@@ -84,8 +84,8 @@ class AdversarialStore:
         """Store the run's settings, or check them against those of an earlier run in the same folder.
 
         Raises:
-          RunConfigMismatchError: the folder holds results made with other settings,
-            which a resumed run must not mix with its own.
+          RunConfigMismatchError: the folder contains results made with other
+            settings, which a resumed run must not mix with its own.
         """
         path = os.path.join(self.output_dir, RUN_CONFIG_FILE)
         canonical = json.loads(json.dumps(run_config))
@@ -95,7 +95,7 @@ class AdversarialStore:
             if previous != canonical:
                 changed = sorted(_changed_paths(previous, canonical))
                 raise RunConfigMismatchError(
-                    f"{self.output_dir} holds a run with other settings (changed: {changed}). "
+                    f"{self.output_dir} contains a run with other settings (changed: {changed}). "
                     "Use a new --output_dir, or rerun with the earlier settings to resume it."
                 )
             return

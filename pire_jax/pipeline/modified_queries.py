@@ -1,7 +1,7 @@
 """Apply a non-neural query modification (keypoint attack or Gaussian noise) to a set of queries, with resume.
 
 Each query is modified on its own, saved atomically, and recorded as finished with the
-modification's report; a query that fails is logged and reported, and the others
+modification's report. A query that fails is logged and reported, and the others
 still finish.
 """
 

@@ -1,4 +1,4 @@
-"""Human-readable outputs of an attack run: a Markdown table like the paper's and an image grid."""
+"""Human-readable outputs of an attack run: a Markdown table (one row per query set, as in Liu et al. 2019) and an image grid."""
 
 from typing import Any, Sequence
 
