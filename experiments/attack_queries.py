@@ -51,6 +51,10 @@ flags.DEFINE_enum("output", "refined", list(pire_outputs.OUTPUT_RULES),
                   "How PIRE's v becomes an 8-bit image: times10 (x + 10 v), refined (released p(v)), minimal.")
 flags.DEFINE_enum("save_format", "png", ["png", "jpeg"], "Adversarial query file format (png is lossless).")
 flags.DEFINE_integer("jpeg_quality", 95, "JPEG quality for --save_format jpeg.")
+flags.DEFINE_integer(
+    "shape_multiple", 0, "Resize each query so both sides are multiples of this many pixels (e.g. 32), so that "
+    "queries of similar aspect ratio share one compiled shape; 0 keeps the exact size.", lower_bound=0,
+)
 flags.DEFINE_integer("batch_size", 4, "Maximum number of equal-shape queries attacked at once by PIRE.")
 flags.DEFINE_integer("seed", 0, "Seed of the random initial perturbations and of the keypoint attacks.")
 flags.DEFINE_string("modification_config", None,
@@ -88,6 +92,7 @@ def run_settings(pire_config: PireConfig | None, weights: str | None) -> dict:
         "dataset": FLAGS.dataset,
         "query_mode": FLAGS.query_mode,
         "image_size": FLAGS.image_size,
+        "shape_multiple": FLAGS.shape_multiple,
         "save_format": FLAGS.save_format,
         "jpeg_quality": FLAGS.jpeg_quality if FLAGS.save_format == "jpeg" else None,
         "seed": FLAGS.seed,
@@ -124,7 +129,7 @@ def main(argv):
     store = AdversarialStore(output_dir, steps, FLAGS.save_format)
     store.check_run_config(run_settings(pire_config, weights))
 
-    queries, failures = prepare_queries(dataset, FLAGS.query_mode, FLAGS.image_size)
+    queries, failures = prepare_queries(dataset, FLAGS.query_mode, FLAGS.image_size, FLAGS.shape_multiple)
     start = time.perf_counter()
     if FLAGS.attack == "pire":
         outcome = pire_queries.attack_queries_with_pire(

@@ -23,7 +23,7 @@ from pire_jax.models import load_network
 from pire_jax.pipeline import evaluate_queries
 from pire_jax.pipeline.adversarial_store import AdversarialStore, RunConfigMismatchError
 from pire_jax.pipeline.pire_queries import attack_queries_with_pire
-from pire_jax.pipeline.query_preparation import prepare_queries
+from pire_jax.pipeline.query_preparation import prepare_queries, snap_to_multiple
 from pire_jax.retrieval import make_system
 
 CONFIG = tuned_config(steps=3, save_steps=(1, 3))
@@ -319,3 +319,10 @@ def test_evaluation_covers_finished_queries(first_run, dataset, queries):
     # Each group is one pattern, so CEDD ranks a query's two other members first.
     assert evaluation["systems"]["cedd"]["original"]["map"] == pytest.approx(100.0)
     assert 0.0 < evaluation["image_quality"]["T3"]["ssim_mean"] < 1.0
+
+
+def test_snap_to_multiple_shapes():
+    image = np.zeros((171, 256, 3), np.uint8)
+    assert snap_to_multiple(image, 32).shape == (160, 256, 3)
+    assert snap_to_multiple(image, 0) is image
+    assert snap_to_multiple(np.zeros((10, 20, 3), np.uint8), 32).shape == (32, 32, 3)
