@@ -9,6 +9,8 @@ PNG plot (mAP against T on a log axis, one line per run, and SSIM in a second
 panel) and a JSON summary. It then states whether each tuned run reaches the
 reference (paper) run's mAP at T = --reference_step within --max_steps
 iterations, at an SSIM equal to or better than the reference's at that step.
+When the reference run's results.json is not at hand, --reference_map and
+--reference_ssim give its recorded values instead, and one run suffices.
 
 Example:
   python benchmarks/iterations_to_effect.py \
@@ -38,6 +40,9 @@ flags.DEFINE_list("labels", None, "Name of each run in the table and plot; defau
 flags.DEFINE_string("system", "neural", "Retrieval system whose mAP is compared.")
 flags.DEFINE_string("reference_label", None, "Label of the reference run; default: the run with --preset=paper.")
 flags.DEFINE_integer("reference_step", None, "Iteration of the reference run to reach; default: its last saved one.")
+flags.DEFINE_float("reference_map", None, "Recorded mAP (percent) of the reference at --reference_step, used "
+                   "in place of a reference run; needs --reference_ssim, --reference_step and --reference_label.")
+flags.DEFINE_float("reference_ssim", None, "Recorded mean SSIM of the reference at --reference_step.")
 flags.DEFINE_integer("max_steps", 50, "Largest T at which another run may reach the reference mAP.")
 flags.DEFINE_string("output_dir", None, "Folder for iterations_to_effect.md, .json and .png.")
 flags.mark_flag_as_required("results")
@@ -128,20 +133,44 @@ def find_reference(runs: list[Run]) -> Run:
     return matches[0]
 
 
-def reach_verdict(run: Run, reference: Run, reference_step: int, max_steps: int) -> dict[str, Any]:
-    """Find the first T <= max_steps at which `run` has mAP <= the reference's and SSIM >= the reference's.
+@dataclasses.dataclass
+class Target:
+    """The mAP and SSIM that a run must reach: the reference at one iteration."""
+
+    label: str
+    step: int
+    map: float
+    ssim: float
+
+
+def find_target(runs: list[Run]) -> tuple[Target, Run | None]:
+    """Return the target and the reference run it comes from (None when given by --reference_map)."""
+    if FLAGS.reference_map is not None:
+        missing = [name for name in ("reference_ssim", "reference_step", "reference_label") if FLAGS[name].value is None]
+        if missing:
+            raise app.UsageError(f"--reference_map needs {', '.join('--' + name for name in missing)} as well.")
+        return Target(FLAGS.reference_label, FLAGS.reference_step, FLAGS.reference_map, FLAGS.reference_ssim), None
+    reference = find_reference(runs)
+    step = FLAGS.reference_step or max(reference.map_by_step)
+    if step not in reference.map_by_step:
+        raise app.UsageError(f"The reference run {reference.label} saved no T={step}; it has "
+                             f"{sorted(reference.map_by_step)}.")
+    return Target(reference.label, step, reference.map_by_step[step], reference.ssim_by_step[step]), reference
+
+
+def reach_verdict(run: Run, target: Target, max_steps: int) -> dict[str, Any]:
+    """Find the first T <= max_steps at which `run` has mAP <= the target's and SSIM >= the target's.
 
     Only the saved iterations of `run` are checked, so the reported T is an upper
-    bound of the first iteration that reaches the reference.
+    bound of the first iteration that reaches the target.
     """
-    target_map = reference.map_by_step[reference_step]
-    target_ssim = reference.ssim_by_step[reference_step]
+    target_map, target_ssim, reference_step = target.map, target.ssim, target.step
     checked = sorted(step for step in run.map_by_step if step <= max_steps)
     reached = [step for step in checked
                if run.map_by_step[step] <= target_map and run.ssim_by_step[step] >= target_ssim]
     map_only = [step for step in checked if run.map_by_step[step] <= target_map]
     verdict = {
-        "run": run.label, "reference": reference.label, "reference_step": reference_step,
+        "run": run.label, "reference": target.label, "reference_step": reference_step,
         "reference_map": target_map, "reference_ssim": target_ssim, "max_steps": max_steps,
         "checked_steps": checked, "reached": bool(reached), "first_step": reached[0] if reached else None,
         "first_step_map_only": map_only[0] if map_only else None,
@@ -149,17 +178,17 @@ def reach_verdict(run: Run, reference: Run, reference_step: int, max_steps: int)
     if reached:
         step = reached[0]
         verdict["statement"] = (
-            f"{run.label} reaches the {reference.label} T={reference_step} mAP ({target_map:.2f}%) at T={step} "
+            f"{run.label} reaches the {target.label} T={reference_step} mAP ({target_map:.2f}%) at T={step} "
             f"<= {max_steps}: mAP {run.map_by_step[step]:.2f}%, SSIM {run.ssim_by_step[step]:.3f} >= {target_ssim:.3f}.")
     elif map_only:
         step = map_only[0]
         verdict["statement"] = (
-            f"{run.label} reaches the {reference.label} T={reference_step} mAP ({target_map:.2f}%) at T={step}, "
+            f"{run.label} reaches the {target.label} T={reference_step} mAP ({target_map:.2f}%) at T={step}, "
             f"but at a lower SSIM ({run.ssim_by_step[step]:.3f} < {target_ssim:.3f}): target not met.")
     elif checked:
         best = min(checked, key=lambda step: run.map_by_step[step])
         verdict["statement"] = (
-            f"{run.label} does not reach the {reference.label} T={reference_step} mAP ({target_map:.2f}%) within "
+            f"{run.label} does not reach the {target.label} T={reference_step} mAP ({target_map:.2f}%) within "
             f"T <= {max_steps}: its best is {run.map_by_step[best]:.2f}% at T={best}. Target not met.")
     else:
         verdict["statement"] = f"{run.label} saved no iteration T <= {max_steps}; save e.g. --save_steps 10,20,50."
@@ -202,8 +231,10 @@ def plot_runs(runs: list[Run], path: str) -> None:
 
 def main(argv):
     del argv
-    if len(FLAGS.results) < 2:
-        raise app.UsageError(f"Invalid --results: {len(FLAGS.results)} file(s); expected at least two runs.")
+    recorded_reference = FLAGS.reference_map is not None
+    if len(FLAGS.results) < (1 if recorded_reference else 2):
+        raise app.UsageError(f"Invalid --results: {len(FLAGS.results)} file(s); expected at least two runs, "
+                             "or one with --reference_map.")
     if FLAGS.labels and len(FLAGS.labels) != len(FLAGS.results):
         raise app.UsageError(f"Invalid --labels: {len(FLAGS.labels)} labels for {len(FLAGS.results)} results files.")
     labels = FLAGS.labels or [None] * len(FLAGS.results)
@@ -211,24 +242,24 @@ def main(argv):
     if len({run.label for run in runs}) != len(runs):
         raise app.UsageError(f"Runs share labels {[run.label for run in runs]}; pass distinct --labels.")
 
-    reference = find_reference(runs)
-    reference_step = FLAGS.reference_step or max(reference.map_by_step)
-    if reference_step not in reference.map_by_step:
-        raise app.UsageError(f"The reference run {reference.label} saved no T={reference_step}; it has "
-                             f"{sorted(reference.map_by_step)}.")
+    target, reference = find_target(runs)
     candidates = [run for run in runs if run.preset == "tuned"] or [run for run in runs if run is not reference]
-    verdicts = [reach_verdict(run, reference, reference_step, FLAGS.max_steps) for run in candidates]
+    verdicts = [reach_verdict(run, target, FLAGS.max_steps) for run in candidates]
     warnings = comparability_warnings(runs)
 
     plot_path = os.path.join(FLAGS.output_dir, "iterations_to_effect.png")
     plot_runs(runs, plot_path)
     lines = [f"## PIRE iterations to effect ({FLAGS.system} mAP and mean SSIM per T)", "",
              "Runs: " + ", ".join(f"{run.label} ({run.path})" for run in runs), "", render_table(runs)]
+    if reference is None:
+        lines += [f"Reference: {target.label} at T={target.step}, recorded mAP {target.map:.2f}% and SSIM "
+                  f"{target.ssim:.3f} (given on the command line, not read from a run).", ""]
     lines += [verdict["statement"] for verdict in verdicts]
     if warnings:
         lines += ["", "The runs differ in:"] + [f"- {warning}" for warning in warnings]
     markdown = "\n".join(lines) + "\n"
-    data = {"runs": [dataclasses.asdict(run) for run in runs], "verdicts": verdicts, "warnings": warnings,
+    data = {"runs": [dataclasses.asdict(run) for run in runs], "target": dataclasses.asdict(target),
+            "verdicts": verdicts, "warnings": warnings,
             "plot": plot_path}
     common.write_results(FLAGS.output_dir, "iterations_to_effect", data, markdown)
     print(markdown)

@@ -46,6 +46,8 @@ flags.DEFINE_list("save_steps", None, "Iterations whose adversarial queries are 
 flags.DEFINE_list("eps", None, "PIRE L-infinity budget in grey levels (0..255 scale): one value or R,G,B; overrides the preset.")
 flags.DEFINE_list("lr", None, "PIRE Adam step size in grey levels: one value or R,G,B; overrides the preset.")
 flags.DEFINE_boolean("clip_to_valid_range", None, "Keep x + v inside 0..255 during the attack; overrides the preset.")
+flags.DEFINE_float("initial_fraction_of_eps", None,
+                   "Draw v0 uniform in [-f * eps, f * eps] (paper: 1); overrides the preset.")
 flags.DEFINE_enum("loop", "auto", ["auto", "python", "fori", "scan"], "Form of the PIRE loop (auto: python on CPU).")
 flags.DEFINE_enum("output", "refined", list(pire_outputs.OUTPUT_RULES),
                   "How PIRE's v becomes an 8-bit image: times10 (x + 10 v), refined (released p(v)), minimal.")
@@ -82,6 +84,8 @@ def pire_config_from_flags() -> PireConfig:
         changes["learning_rate"] = per_channel([float(value) for value in FLAGS.lr] if len(FLAGS.lr) > 1 else float(FLAGS.lr[0]))
     if FLAGS.clip_to_valid_range is not None:
         changes["clip_to_valid_range"] = FLAGS.clip_to_valid_range
+    if FLAGS.initial_fraction_of_eps is not None:
+        changes["initial_fraction_of_eps"] = FLAGS.initial_fraction_of_eps
     return dataclasses.replace(config, **changes)
 
 

@@ -126,6 +126,7 @@ def test_paper_preset_in_normalised_units():
     np.testing.assert_allclose(learning_rate_network, 1e-4, rtol=1e-6)
     assert config.steps == 500
     assert not config.clip_to_valid_range
+    assert config.initial_fraction_of_eps == 1.0
 
 
 def test_caffe_network_budget_in_grey_levels(queries):
@@ -192,3 +193,17 @@ def test_initial_perturbations_replace_random_start(network, queries):
     result = pire_attack(network.apply, network.input_convention, network.params, queries[:1], _keys(1), config,
                          initial_perturbations=start)
     np.testing.assert_allclose(np.asarray(result.perturbations)[0, 0], start[0], atol=1e-4)
+
+
+def test_initial_fraction_bounds_v0(network, queries):
+    config = PireConfig(steps=1, learning_rate=(1e-6, 1e-6, 1e-6), save_steps=(1,), initial_fraction_of_eps=0.25)
+    result = pire_attack(network.apply, network.input_convention, network.params, queries[1:2], _keys(1), config)
+    largest = np.abs(np.asarray(result.perturbations)[0, 0]).max(axis=(0, 1))
+    # Uniform in [-eps / 4, eps / 4]: over 1,536 draws per channel the largest lies near the bound.
+    np.testing.assert_array_less(largest, 0.25 * np.asarray(config.eps) + 1e-4)
+    np.testing.assert_array_less(0.24 * np.asarray(config.eps), largest)
+
+
+def test_config_rejects_bad_initial_fraction():
+    with pytest.raises(ValueError, match="initial_fraction_of_eps"):
+        PireConfig(initial_fraction_of_eps=0.0)

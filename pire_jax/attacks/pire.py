@@ -118,9 +118,11 @@ def _init_state(apply_fn, convention, config, params, images, keys, initial_pert
         lower = jnp.maximum(lower, to_normalised_units(-clean_images))
         upper = jnp.minimum(upper, to_normalised_units(255.0 - clean_images))
 
-    # v0 uniform in [-eps, eps] (per channel), as in the released code.
+    # v0 uniform in [-f * eps, f * eps] (per channel); the released code has f = 1.
+    initial_eps = config.initial_fraction_of_eps * eps
+
     def initial_perturbation(key, low, high):
-        return jax.random.uniform(key, low.shape, jnp.float32, minval=-eps, maxval=eps).clip(low, high)
+        return jax.random.uniform(key, low.shape, jnp.float32, minval=-initial_eps, maxval=initial_eps).clip(low, high)
 
     if initial_perturbations is None:
         perturbation = jax.vmap(initial_perturbation)(keys, lower, upper)
