@@ -188,7 +188,10 @@ def load_dataset(
     folder = os.path.join(root, name)
     if not os.path.isdir(folder):
         available = sorted(entry for entry in os.listdir(root) if os.path.isdir(os.path.join(root, entry)))
-        raise FileNotFoundError(f"Dataset {name!r} not found in {root}; available: {available}.")
+        raise FileNotFoundError(
+            f"Dataset {name!r} not found in {root}; available: {available}. Expected {folder}/jpg/ and "
+            f"{folder}/gnd_{name}.pkl; pass the folder that contains {name}/ with --data_root or PIRE_DATA_ROOT."
+        )
     ground_truth = ground_truth_lib.load_ground_truth_pickle(os.path.join(folder, f"gnd_{name}.pkl"))
     dataset = RetrievalDataset(
         name=name, folder=folder, ground_truth=ground_truth, image_folder=os.path.join(folder, IMAGE_FOLDER)

@@ -175,11 +175,16 @@ class _StepTimer:
             self.first_step_seconds = now - self._start
             self._after_first = now
         self._last = (step, now)
+        seconds_per_step = self.seconds_per_step()
+        if np.isnan(seconds_per_step):
+            speed = f"first step {now - self._start:.1f} s with compilation"
+        else:
+            speed = f"{seconds_per_step:.3f} s per step"
         logging.log_every_n_seconds(
             logging.INFO,
-            "  %s: step %d/%d, objective %.4g (batch mean), %.3f s per step",
+            "  %s: step %d/%d, objective %.4g (batch mean), %s",
             30,
-            self.shape_label, step, self.steps, float(np.mean(objectives)), self.seconds_per_step(),
+            self.shape_label, step, self.steps, float(np.mean(objectives)), speed,
         )
 
     def seconds_per_step(self) -> float:
