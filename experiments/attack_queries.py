@@ -38,8 +38,8 @@ ATTACKS = ("pire",) + registry.QUERY_MODIFICATIONS
 
 flags.DEFINE_enum("attack", "pire", list(ATTACKS), "Query modification to apply.")
 flags.DEFINE_enum("preset", "tuned", ["paper", "tuned", "none"],
-                  "PIRE settings: paper (released code: eps 10/255 and lr 1e-4 normalised, T=500), tuned (same "
-                  "budget, larger step, T=50) or none (only the flags below).")
+                  "PIRE settings: paper (released code: eps 10/255 and lr 1e-4 normalised, T=500), tuned (0.9 of "
+                  "that budget, larger step, T=50) or none (only the flags below).")
 flags.DEFINE_integer("steps", None, "PIRE iterations T; overrides the preset.")
 flags.DEFINE_list("save_steps", None, "Iterations whose adversarial queries are kept, e.g. 200,500 (the last must equal "
                   "--steps); default: only the last.")

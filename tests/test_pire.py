@@ -138,6 +138,19 @@ def test_paper_preset_in_normalised_units():
     assert config.initial_fraction_of_eps == 1.0
 
 
+def test_tuned_preset_in_normalised_units():
+    config = tuned_config()
+    eps_network = np.asarray(IMAGENET_RGB.perturbation_to_network(jnp.asarray(config.eps)))
+    learning_rate_network = np.asarray(IMAGENET_RGB.perturbation_to_network(jnp.asarray(config.learning_rate)))
+    # Tuned: 0.9 of the released code's eps (10/255), Adam step 0.05 of that budget.
+    np.testing.assert_allclose(eps_network, 0.9 * 10.0 / 255.0, rtol=1e-6)
+    np.testing.assert_allclose(learning_rate_network, 0.05 * 0.9 * 10.0 / 255.0, rtol=1e-6)
+    np.testing.assert_allclose(config.eps, (2.061, 2.016, 2.025), rtol=1e-9)
+    assert config.steps == 50
+    assert config.clip_to_valid_range
+    assert config.initial_fraction_of_eps == 0.1
+
+
 def test_caffe_network_budget_in_grey_levels(queries):
     network = _random_network(CAFFE_BGR)
     config = PireConfig(steps=2, eps=(1.0, 2.0, 3.0), learning_rate=(0.5, 0.5, 0.5), save_steps=(2,))
