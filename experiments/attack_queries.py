@@ -117,13 +117,15 @@ def main(argv):
     if unknown:
         raise app.UsageError(f"Unknown --systems {unknown}; expected names from {available_systems()}.")
     output_dir = FLAGS.output_dir or os.path.join("runs", f"{FLAGS.dataset}_{FLAGS.attack}")
-    dataset = common_flags.open_dataset()
+    with common_flags.exit_on_input_error():
+        dataset = common_flags.open_dataset()
 
     pire_config, network, weights = None, None, None
     if FLAGS.attack == "pire":
         pire_config = pire_config_from_flags()
-        weights = common_flags.weights_path()
-        network = load_network(weights)
+        with common_flags.exit_on_input_error():
+            weights = common_flags.weights_path()
+            network = load_network(weights)
         steps = pire_config.save_steps
         step_labels = {step: f"T{step}" for step in steps}
         logging.info("PIRE settings: %s; network %s (%s input).", pire_config, network.arch, network.input_convention.name)
@@ -152,7 +154,8 @@ def main(argv):
 
     systems, database = {}, {}
     for name in FLAGS.systems:
-        systems[name] = make_system(name, **common_flags.system_options(name))
+        with common_flags.exit_on_input_error():
+            systems[name] = make_system(name, **common_flags.system_options(name))
         database[name] = feature_cache.database_descriptors_for_dataset(systems[name], dataset, common_flags.cache_dir())
     evaluation = evaluate_queries.evaluate_attack_run(dataset, finished, store, step_labels, systems, database)
 
@@ -172,7 +175,7 @@ def main(argv):
         "seconds_per_query": float(np.mean([record["seconds"] for record in records])),
         "attack_seconds_this_run": attack_seconds,
         "jax_backend": jax.default_backend(),
-        "flags": FLAGS.flags_into_string().splitlines(),
+        "flags": common_flags.project_flags(),
         **evaluation,
     }
     atomic_io.write_json_atomic(os.path.join(output_dir, "results.json"), results)

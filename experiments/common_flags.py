@@ -4,14 +4,18 @@ Importing this module defines the flags (and those of `classical_flags`). After
 parsing, `open_dataset()` and `system_options(name)` turn them into library calls.
 """
 
+import contextlib
 import os
-from typing import Any
+import sys
+from typing import Any, Iterator
 
-from absl import flags
+from absl import flags, logging
 
 from experiments import classical_flags
 from pire_jax import datasets
 from pire_jax.datasets import skimage_demo
+from pire_jax.datasets.ground_truth import GroundTruthError
+from pire_jax.models.checkpoint import CheckpointError
 
 flags.DEFINE_string(
     "data_root", None, f"Folder holding the datasets (<data_root>/<name>/jpg, gnd_<name>.pkl); unset reads "
@@ -81,3 +85,33 @@ def system_options(name: str) -> dict[str, Any]:
 
 def cache_dir() -> str | None:
     return FLAGS.cache_dir or None
+
+
+def project_flags() -> list[str]:
+    """Return "--name=value" lines for the flags of this project's binaries, as recorded in results.json.
+
+    Flags that absl, chex or other imported libraries define (for example absltest's
+    --test_random_seed) do not describe the run, so they are left out.
+    """
+    main_path = os.path.abspath(sys.argv[0]) if sys.argv and sys.argv[0] else None
+    lines = []
+    for module, module_flags in flags.FLAGS.flags_by_module_dict().items():
+        is_main = module == "__main__" or (main_path is not None and os.path.abspath(module) == main_path)
+        if not (module.startswith("experiments.") or is_main):
+            continue
+        lines.extend(flag.serialize() for flag in module_flags if flag.value is not None)
+    return sorted(set(lines))
+
+
+@contextlib.contextmanager
+def exit_on_input_error() -> Iterator[None]:
+    """Log a missing or malformed input file (dataset, ground truth, network file) as one line and exit with status 1.
+
+    The library's messages already name the file and the fix, so a traceback would only
+    bury them. Other errors propagate with their traceback.
+    """
+    try:
+        yield
+    except (FileNotFoundError, GroundTruthError, CheckpointError) as error:
+        logging.error("Invalid input: %s", error)
+        sys.exit(1)

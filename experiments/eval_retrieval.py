@@ -58,7 +58,8 @@ def main(argv):
     del argv
     if FLAGS.system not in available_systems():
         raise app.UsageError(f"Unknown --system {FLAGS.system}; expected one of {available_systems()}.")
-    dataset = common_flags.open_dataset()
+    with common_flags.exit_on_input_error():
+        dataset = common_flags.open_dataset()
     if FLAGS.group_queries:
         groups = group_queries.ground_truth_from_groups(
             dataset.ground_truth, os.path.join(dataset.folder, group_queries.GROUPS_FILE)
@@ -68,7 +69,8 @@ def main(argv):
         "Evaluating %s on %s: %d queries (%s), %d database images.",
         FLAGS.system, dataset.name, len(dataset.query_names), FLAGS.query_mode, len(dataset.image_names),
     )
-    system = make_system(FLAGS.system, **common_flags.system_options(FLAGS.system))
+    with common_flags.exit_on_input_error():
+        system = make_system(FLAGS.system, **common_flags.system_options(FLAGS.system))
 
     start = time.perf_counter()
     database = feature_cache.database_descriptors_for_dataset(system, dataset, common_flags.cache_dir())
@@ -110,7 +112,7 @@ def main(argv):
             "query_names": list(ground_truth.query_names),
             "seconds_database": round(database_seconds, 3),
             "seconds_queries": round(query_seconds, 3),
-            "flags": FLAGS.flags_into_string().splitlines(),
+            "flags": common_flags.project_flags(),
         }
     )
     atomic_io.write_json_atomic(os.path.join(FLAGS.output_dir, "results.json"), results)

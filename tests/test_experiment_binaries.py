@@ -169,6 +169,15 @@ def test_pire_run_settings(pire_run, workspace):
     assert settings["weights"] == os.path.abspath(workspace["weights"])
 
 
+def test_pire_run_records_own_flags(pire_run):
+    recorded = pire_run["results"]["flags"]
+    assert "--preset=tuned" in recorded  # attack_queries' own flag
+    assert "--image_size=48" in recorded  # a flag of experiments.common_flags
+    assert "--codebook_size=20000" in recorded  # a default of experiments.classical_flags
+    assert not [line for line in recorded if line.startswith("--test_")]  # absltest's flags
+    assert not [line for line in recorded if "chex" in line]
+
+
 def test_pire_run_reports_corrupt_query(pire_run):
     results = pire_run["results"]
     assert [failure["query"] for failure in results["failed_queries"]] == [pipeline_fixtures.CORRUPT_QUERY]
@@ -218,6 +227,29 @@ def test_rerun_other_seed_rejected(workspace, pire_run, pire_rerun):
     assert process.returncode != 0
     assert "RunConfigMismatchError" in process.stderr
     assert "changed: ['seed']" in process.stderr
+
+
+def test_missing_weights_one_line_error(workspace, tmp_path):
+    missing = tmp_path / "missing.msgpack"
+    arguments = _pire_arguments(workspace, tmp_path / "run")
+    arguments[arguments.index("--weights") + 1] = str(missing)
+    process = run_binary("experiments.attack_queries", arguments, workspace["environment"])
+    assert process.returncode == 1
+    assert f"Invalid input: Network file not found: {missing}." in process.stderr
+    assert "--weights" in process.stderr.splitlines()[-1]
+    assert "Traceback" not in process.stderr
+
+
+def test_missing_dataset_one_line_error(workspace, tmp_path):
+    empty_root = tmp_path / "empty"
+    empty_root.mkdir()
+    arguments = _pire_arguments(workspace, tmp_path / "run")
+    arguments[arguments.index("--data_root") + 1] = str(empty_root)
+    process = run_binary("experiments.attack_queries", arguments, workspace["environment"])
+    assert process.returncode == 1
+    assert "Invalid input: Dataset 'tiny_corrupt' not found" in process.stderr
+    assert "Traceback" not in process.stderr
+    assert not (tmp_path / "run").exists()
 
 
 def test_rerun_without_examples(workspace, pire_run, tmp_path):

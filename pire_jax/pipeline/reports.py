@@ -27,7 +27,7 @@ def markdown_table(results: dict[str, Any]) -> str:
         f"# Adversarial queries: {settings['attack']} on {settings['dataset']} ({settings['query_mode'].upper()} queries)",
         "",
         f"Queries evaluated: {results['n_queries_evaluated']} of {results['n_queries']}; "
-        f"image size {settings['image_size']} px; "
+        f"long side at most {settings['image_size']} px; "
         + (f"output rule {settings['output']}; " if settings.get("output") else "")
         + f"saved as {settings['save_format']}.",
         "",
