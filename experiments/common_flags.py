@@ -93,10 +93,11 @@ def project_flags() -> list[str]:
     Flags that absl, chex or other imported libraries define (for example absltest's
     --test_random_seed) do not describe the run, so they are left out.
     """
+    # absl registers the flags defined in __main__ under the name sys.argv[0], a file path.
     main_path = os.path.abspath(sys.argv[0]) if sys.argv and sys.argv[0] else None
     lines = []
     for module, module_flags in flags.FLAGS.flags_by_module_dict().items():
-        is_main = module == "__main__" or (main_path is not None and os.path.abspath(module) == main_path)
+        is_main = main_path is not None and os.path.abspath(module) == main_path
         if not (module.startswith("experiments.") or is_main):
             continue
         lines.extend(flag.serialize() for flag in module_flags if flag.value is not None)

@@ -123,7 +123,7 @@ def tuned_config(steps: int = TUNED_STEPS, save_steps: Sequence[int] | None = No
     the paper's), v0 is uniform in +-`TUNED_INITIAL_FRACTION_OF_EPS` eps, so the refined
     output starts near 1.9 grey levels per pixel instead of up to 21, and x + v stays
     inside 0..255. On landmarks48 this reaches the paper preset's T=500 mAP at T=50, at
-    a higher SSIM; the full budget gets there sooner but at a lower SSIM.
+    a higher SSIM. The full budget gets there sooner, but at a lower SSIM.
     """
     eps = normalised_to_grey_levels(TUNED_EPS_FRACTION_OF_PAPER * PAPER_EPS_NORMALISED)
     return PireConfig(
